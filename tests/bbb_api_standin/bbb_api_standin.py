@@ -297,7 +297,9 @@ class StandinHandler(BaseHTTPRequestHandler):
 
     # Set on the server object: properties_path, state, delay_ms, malformed.
     def log_message(self, format, *args):
-        log.debug("%s %s", self.address_string(), format % args)
+        # Never log the query string (checksums, passwords of test meetings).
+        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path
+        log.debug("%s %s %s", self.address_string(), getattr(self, "command", "-"), path)
 
     def _send(self, status, body="", content_type="text/xml;charset=utf-8", headers=()):
         data = body.encode("utf-8")
