@@ -67,6 +67,7 @@ ATTR_DATA = 0x0013
 ATTR_REALM = 0x0014
 ATTR_NONCE = 0x0015
 ATTR_XOR_RELAYED_ADDRESS = 0x0016
+ATTR_REQUESTED_ADDRESS_FAMILY = 0x0017  # RFC 6156 / RFC 8656
 ATTR_REQUESTED_TRANSPORT = 0x0019
 ATTR_XOR_MAPPED_ADDRESS = 0x0020
 ATTR_PRIORITY = 0x0024
@@ -87,6 +88,7 @@ ATTRIBUTE_NAMES = {
     ATTR_REALM: "REALM",
     ATTR_NONCE: "NONCE",
     ATTR_XOR_RELAYED_ADDRESS: "XOR-RELAYED-ADDRESS",
+    ATTR_REQUESTED_ADDRESS_FAMILY: "REQUESTED-ADDRESS-FAMILY",
     ATTR_REQUESTED_TRANSPORT: "REQUESTED-TRANSPORT",
     ATTR_XOR_MAPPED_ADDRESS: "XOR-MAPPED-ADDRESS",
     ATTR_PRIORITY: "PRIORITY",
@@ -642,12 +644,24 @@ class TurnClient:
         mapped = resp.get_address(ATTR_XOR_MAPPED_ADDRESS) or resp.get_address(ATTR_MAPPED_ADDRESS)
         return {"mapped_address": mapped, "rtt": rtt}
 
-    def allocate(self, username: str, password: str, lifetime: int | None = None) -> dict:
-        """Allocate a UDP relay: unauthenticated try, 401 challenge, signed retry."""
+    def allocate(
+        self,
+        username: str,
+        password: str,
+        lifetime: int | None = None,
+        family: int | None = None,
+    ) -> dict:
+        """Allocate a UDP relay: unauthenticated try, 401 challenge, signed retry.
+
+        ``family`` (FAMILY_IPV4 / FAMILY_IPV6) asks for a relay address of that
+        family (REQUESTED-ADDRESS-FAMILY); servers default to IPv4.
+        """
 
         def build() -> Message:
             msg = Message(METHOD_ALLOCATE)
             msg.add(ATTR_REQUESTED_TRANSPORT, encode_requested_transport(TRANSPORT_UDP))
+            if family is not None:
+                msg.add(ATTR_REQUESTED_ADDRESS_FAMILY, struct.pack("!B3x", family))
             if lifetime is not None:
                 msg.add(ATTR_LIFETIME, encode_lifetime(lifetime))
             return msg
