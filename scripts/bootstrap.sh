@@ -14,7 +14,7 @@ APT_PACKAGES=(
   debootstrap
   openssh-client
   python3 python3-venv
-  coturn pebble
+  coturn sqlite3 pebble
   chromium chromium-driver
   openssl curl make git
 )
@@ -48,7 +48,7 @@ if [[ -x "${VENV}/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]];
   info ".venv is current"
 else
   [[ -x "${VENV}/bin/python" ]] || "$PYTHON" -m venv "$VENV" || die "could not create ${VENV} with ${PYTHON}"
-  "${VENV}/bin/pip" install -q --upgrade pip >/dev/null || die "pip upgrade failed"
+  "${VENV}/bin/pip" install -q --upgrade pip 2>/dev/null || die "pip upgrade failed"
   # (the grep drops pip's noise about find-links folders that do not exist)
   "${VENV}/bin/pip" install -q -r "${REPO_ROOT}/requirements.txt" \
     2> >(grep -v "is ignored: it is neither" >&2) || die "pip install -r requirements.txt failed"
