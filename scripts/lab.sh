@@ -3,6 +3,7 @@
 # through inventories/lab exactly as ops provision production.
 #
 #   scripts/lab.sh up        create what is missing, then converge (safe to rerun)
+#   scripts/lab.sh hosts     create what is missing, without converging
 #   scripts/lab.sh converge  run site.yml again on the existing lab
 #   scripts/lab.sh status    show the lab's containers and endpoints
 #   scripts/lab.sh down      remove the lab's containers and network (keeps lab-state/)
@@ -147,6 +148,7 @@ cmd="${1:-up}"
 shift || true
 case "$cmd" in
   up) ensure_tools; ensure_secrets; up_hosts; converge "$@"; status ;;
+  hosts) ensure_tools; ensure_secrets; up_hosts ;;
   converge) converge "$@"; status ;;
   status) status ;;
   down) down ;;
