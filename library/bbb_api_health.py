@@ -52,6 +52,14 @@ options:
   ca_path:
     description: PEM file of CA certificates to trust instead of the system store (private CAs).
     type: path
+  connect_to:
+    description:
+      - Open the connection to this C(host:port) instead of the URL's host, while the URL's
+        host name is still used for the Host header, TLS SNI and certificate validation
+        (like C(curl --connect-to)).
+      - For checking one node behind a load balancer, or a lab host behind a port published
+        on 127.0.0.1.
+    type: str
   min_version:
     description: Minimum acceptable C(bbbVersion) (e.g. C(3.0.0)); lower is a warning problem.
     type: str
@@ -209,6 +217,7 @@ def main():
             "timeout": {"type": "float", "default": 10},
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
+            "connect_to": {"type": "str"},
             "min_version": {"type": "str"},
             "latency_threshold_ms": {"type": "int", "default": 2000},
             "fail_on_unhealthy": {"type": "bool", "default": False},
@@ -224,6 +233,7 @@ def main():
             timeout=p["timeout"],
             validate_certs=p["validate_certs"],
             ca_path=p["ca_path"],
+            connect_to=p["connect_to"],
         )
         result = health_check(
             client,

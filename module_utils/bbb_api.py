@@ -292,8 +292,64 @@ class BBBResponse:
         return f"BBBResponse({self.call!r}, status={self.status}, data={self.data!r})"
 
 
+def parse_connect_to(value):
+    """Parse ``host:port`` / ``[v6]:port`` / ``host`` into (host, port or None)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    parsed = urllib.parse.urlsplit("//" + value)
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        raise BBBUsageError(f"connect_to {value!r}: bad port") from exc
+    if not parsed.hostname:
+        raise BBBUsageError(f"connect_to {value!r}: expected host:port")
+    return parsed.hostname, port
+
+
+def _connect_to_class(base, address):
+    """A connection class that opens its TCP connection to ``address`` while
+    keeping the URL's host for the Host header, TLS SNI and the certificate
+    name check (what ``curl --connect-to`` does)."""
+    target_host, target_port = address
+
+    class _Connection(base):
+        def connect(self):
+            self.sock = socket.create_connection(
+                (target_host, target_port or self.port), self.timeout, self.source_address
+            )
+            if isinstance(self, http.client.HTTPSConnection):
+                self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+
+    return _Connection
+
+
+class _ConnectToHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, address):
+        super().__init__()
+        self._cls = _connect_to_class(http.client.HTTPConnection, address)
+
+    def http_open(self, req):
+        return self.do_open(self._cls, req)
+
+
+class _ConnectToHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context, address):
+        super().__init__(context=context)
+        self._cls = _connect_to_class(http.client.HTTPSConnection, address)
+
+    def https_open(self, req):
+        return self.do_open(self._cls, req, context=self._context)
+
+
 class BBBClient:
-    """One BBB server. ``latency_ms`` keeps the last latency per call name."""
+    """One BBB server. ``latency_ms`` keeps the last latency per call name.
+
+    ``connect_to`` ("host:port") sends the requests to that address instead of
+    the URL's host while the URL's name is still used for the Host header, SNI
+    and certificate validation: for checking one node behind a load balancer,
+    or a lab host behind a port published on 127.0.0.1.
+    """
 
     def __init__(
         self,
@@ -305,6 +361,7 @@ class BBBClient:
         validate_certs=True,
         ca_path=None,
         use_env_proxy=False,
+        connect_to=None,
     ):
         if not secret:
             raise BBBUsageError("no API secret given")
@@ -318,12 +375,18 @@ class BBBClient:
         self.timeout = float(timeout)
         self.latency_ms = {}
         handlers = [_NoRedirect()]
-        if not use_env_proxy:
+        address = parse_connect_to(connect_to)
+        if not use_env_proxy or address:
             handlers.append(urllib.request.ProxyHandler({}))
         if self.base_url.startswith("https:"):
+            context = self._ssl_context(validate_certs, ca_path)
             handlers.append(
-                urllib.request.HTTPSHandler(context=self._ssl_context(validate_certs, ca_path))
+                _ConnectToHTTPSHandler(context, address)
+                if address
+                else urllib.request.HTTPSHandler(context=context)
             )
+        elif address:
+            handlers.append(_ConnectToHTTPHandler(address))
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self):  # never show the secret

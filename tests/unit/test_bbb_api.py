@@ -21,6 +21,7 @@ from ansible.module_utils.bbb_api import (
     build_url,
     checksum,
     encode_query,
+    parse_connect_to,
     parse_xml,
     signed_query,
     version_below,
@@ -243,7 +244,7 @@ def tls_cert(tmp_path_factory):
             "-subj",
             "/CN=127.0.0.1",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:bbb.smeeton.invalid",
         ],
         check=True,
         capture_output=True,
@@ -251,13 +252,21 @@ def tls_cert(tmp_path_factory):
     return cert, key
 
 
+class TLSServerURL(str):
+    """The server's URL, with its port and the Host headers it saw."""
+
+
 @pytest.fixture
 def tls_server(tls_cert):
-    """A one-file HTTPS server answering a BBB index body, self-signed cert."""
+    """A one-file HTTPS server answering a BBB index body, self-signed cert.
+
+    The Host headers it receives are kept in ``tls_server.seen_hosts``."""
+    seen_hosts = []
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            seen_hosts.append(self.headers.get("Host"))
             body = (
                 b"<response><returncode>SUCCESS</returncode><version>2.0</version>"
                 b"<apiVersion>2.0</apiVersion><bbbVersion>3.0.9</bbbVersion></response>"
@@ -276,7 +285,9 @@ def tls_server(tls_cert):
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    yield f"https://127.0.0.1:{srv.server_port}/bigbluebutton/api"
+    url = TLSServerURL(f"https://127.0.0.1:{srv.server_port}/bigbluebutton/api")
+    url.port, url.seen_hosts = srv.server_port, seen_hosts
+    yield url
     srv.shutdown()
     srv.server_close()
 
@@ -321,3 +332,51 @@ def test_http_error_status_is_protocol_error(monkeypatch):
     monkeypatch.setattr(client, "_fetch", lambda call, url: (502, {}, b"bad gateway", 1.0))
     with pytest.raises(BBBProtocolError, match="HTTP 502"):
         client.get_meetings()
+
+
+# --- connect_to: connect to one address, validate the URL's name ------------
+# bbb.smeeton.invalid never resolves (RFC 2606), so a success proves the
+# connection went to connect_to while the name was used for SNI, the
+# certificate check and the Host header.
+
+
+def test_connect_to_uses_url_name_for_tls_and_host_header(tls_server, tls_cert):
+    url = f"https://bbb.smeeton.invalid:{tls_server.port}/bigbluebutton/api"
+    client = BBBClient(
+        url, "s", timeout=3, ca_path=str(tls_cert[0]), connect_to=f"127.0.0.1:{tls_server.port}"
+    )
+    assert client.index().data["bbbVersion"] == "3.0.9"
+    assert tls_server.seen_hosts[-1] == f"bbb.smeeton.invalid:{tls_server.port}"
+
+
+def test_connect_to_still_validates_the_certificate_name(tls_server, tls_cert):
+    url = f"https://other.smeeton.invalid:{tls_server.port}/bigbluebutton/api"
+    client = BBBClient(
+        url, "s", timeout=3, ca_path=str(tls_cert[0]), connect_to=f"127.0.0.1:{tls_server.port}"
+    )
+    with pytest.raises(BBBTLSError):
+        client.index()
+
+
+def test_without_connect_to_the_name_must_resolve(tls_server, tls_cert):
+    url = f"https://bbb.smeeton.invalid:{tls_server.port}/bigbluebutton/api"
+    with pytest.raises(BBBConnectionError):
+        BBBClient(url, "s", timeout=3, ca_path=str(tls_cert[0])).index()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:8443", ("127.0.0.1", 8443)),
+        ("[::1]:443", ("::1", 443)),
+        ("host", ("host", None)),
+    ],
+)
+def test_parse_connect_to(value, expected):
+    assert parse_connect_to(value) == expected
+
+
+@pytest.mark.parametrize("bad", ["host:port", ":443", "h:99999"])
+def test_parse_connect_to_rejects_bad_values(bad):
+    with pytest.raises(BBBUsageError):
+        parse_connect_to(bad)
