@@ -337,3 +337,54 @@ def test_third_party_client_urls_are_accepted_and_match_ours(make_standin):
     assert theirs == ours_no_redirect
     with urllib.request.urlopen(ours, timeout=5) as resp:  # noqa: S310
         assert bbb_api.parse_xml(resp.read())["returncode"] == "SUCCESS"
+
+
+# --------------------------------------------------------------------------- #
+# CLI --inventory: targets and secrets from an Ansible inventory with a vault
+# --------------------------------------------------------------------------- #
+
+
+def _inventory(tmp_path, port, vault_secret):
+    from ansible.constants import DEFAULT_VAULT_ID_MATCH
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    name = "bbb9.test.smeeton.invalid"  # never resolves: connect_to must be used
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    bbb:\n      hosts:\n"
+        f"        {name}:\n"
+        f"          fleet_health_bbb_api_url: http://{name}:{port}/bigbluebutton/api\n"
+        f"          fleet_health_connect_to: 127.0.0.1:{port}\n"
+    )
+    (inv / "group_vars" / "all" / "vars.yml").write_text(
+        'bigbluebutton_secret: "{{ vault_bigbluebutton_secret }}"\n'
+    )
+    password = tmp_path / "vault-pass"
+    password.write_text("inventory-test-password\n")
+    vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(b"inventory-test-password"))])
+    plain = f"vault_bigbluebutton_secret: {vault_secret}\n".encode()
+    (inv / "group_vars" / "all" / "vault.yml").write_bytes(vault.encrypt(plain))
+    return inv, password
+
+
+def test_cli_inventory_with_vault(make_standin, tmp_path):
+    standin = make_standin()
+    inv, password = _inventory(tmp_path, standin.port, SECRET)
+    ok = cli("--inventory", str(inv), "--vault-password-file", str(password), "--format", "json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert [r["name"] for r in report["servers"]] == ["bbb9.test.smeeton.invalid"]
+    assert SECRET not in ok.stdout + ok.stderr
+
+    locked = cli("--inventory", str(inv), "--format", "json")
+    assert locked.returncode == 3
+    assert "vault" in locked.stderr
+
+
+def test_cli_inventory_secret_mismatch_is_critical(make_standin, tmp_path):
+    standin = make_standin()
+    inv, password = _inventory(tmp_path, standin.port, "not-the-server-secret")
+    res = cli("--inventory", str(inv), "--vault-password-file", str(password))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "checksum" in res.stdout
