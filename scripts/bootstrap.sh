@@ -2,7 +2,8 @@
 # Install what the test command and the lab need, on a fresh Debian 12 or
 # Ubuntu 22.04 machine, as root. Safe to rerun: it only installs what is missing.
 #   - apt: podman + runc (containers), debootstrap (test image), coturn and
-#     pebble (test servers started by tests), chromium (browser tests),
+#     pebble (test servers), chromium (browser tests), librsvg2-bin and fonts
+#     (branding asset build),
 #     openssh-client, python3-venv;
 #   - .venv: the Python tools pinned in requirements.txt / constraints.txt.
 set -euo pipefail
@@ -16,6 +17,7 @@ APT_PACKAGES=(
   python3 python3-venv
   coturn sqlite3 pebble
   chromium chromium-driver
+  librsvg2-bin fonts-dejavu-core
   openssl curl make git
 )
 
