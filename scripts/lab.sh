@@ -5,6 +5,7 @@
 #   scripts/lab.sh up        create what is missing, then converge (safe to rerun)
 #   scripts/lab.sh hosts     create what is missing, without converging
 #   scripts/lab.sh converge  run site.yml again on the existing lab
+#   scripts/lab.sh health    run playbooks/health.yml on the lab
 #   scripts/lab.sh status    show the lab's containers and endpoints
 #   scripts/lab.sh down      remove the lab's containers and network (keeps lab-state/)
 #   scripts/lab.sh purge     down, and delete lab-state/ and the generated vault
@@ -113,10 +114,25 @@ up_hosts() {
   fi
 }
 
+play() {
+  ansible-playbook -i "$INVENTORY" --vault-password-file "${STATE}/vault-pass" "$@"
+}
+
 converge() {
+  # What BBB's apt packages would provide, which the lab cannot install
+  # (TEST ONLY; production runs site.yml alone).
+  phase "Lab: BBB 3.0 package fixture (tests/lab/prepare.yml, lab only)"
+  play "${REPO_ROOT}/tests/lab/prepare.yml" "$@" || die "tests/lab/prepare.yml failed (output above)"
   phase "Lab: ansible-playbook playbooks/site.yml -i inventories/lab"
-  ansible-playbook -i "$INVENTORY" --vault-password-file "${STATE}/vault-pass" \
-    "${REPO_ROOT}/playbooks/site.yml" "$@" || die "site.yml failed on the lab (output above)"
+  play "${REPO_ROOT}/playbooks/site.yml" "$@" || die "site.yml failed on the lab (output above)"
+  phase "Lab: bbb-web API stand-in (tests/bbb_api_standin/install-standin.yml, lab only)"
+  play "${REPO_ROOT}/tests/bbb_api_standin/install-standin.yml" -e standin_hosts=bbb "$@" \
+    || die "the API stand-in could not be installed (output above)"
+}
+
+health() {
+  phase "Lab: ansible-playbook playbooks/health.yml -i inventories/lab"
+  play "${REPO_ROOT}/playbooks/health.yml" "$@" || die "the lab is not healthy (table above)"
 }
 
 status() {
@@ -147,11 +163,12 @@ down() {
 cmd="${1:-up}"
 shift || true
 case "$cmd" in
-  up) ensure_tools; ensure_secrets; up_hosts; converge "$@"; status ;;
+  up) ensure_tools; ensure_secrets; up_hosts; converge "$@"; health; status ;;
+  health) health "$@" ;;
   hosts) ensure_tools; ensure_secrets; up_hosts ;;
   converge) converge "$@"; status ;;
   status) status ;;
   down) down ;;
   purge) down; rm -rf "$STATE" "${INVENTORY}/group_vars/all/vault.yml"; info "lab-state/ and the lab vault deleted" ;;
-  *) die "unknown command '${cmd}' (use: up, converge, status, down, purge)" ;;
+  *) die "unknown command '${cmd}' (use: up, hosts, converge, health, status, down, purge)" ;;
 esac
