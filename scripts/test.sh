@@ -8,7 +8,8 @@
 # Each phase prints its name; a failure says which phase or scenario and why.
 #
 # Usage: scripts/test.sh [all|lint|pytest|molecule]   (default: all)
-# SMEETON_SCENARIOS="common tls" runs only those molecule scenarios.
+# SMEETON_SCENARIOS="common tls" runs only those molecule scenarios;
+# SMEETON_MOLECULE_JOBS=N runs N scenarios at a time (default 2).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -54,26 +55,37 @@ if [[ -n "${SMEETON_SCENARIOS:-}" ]]; then
 else
   for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
 fi
-failed=()
-i=0
+# Scenarios run SMEETON_MOLECULE_JOBS at a time (default 2): their container
+# names, networks and published ports are distinct, and most of their time is
+# spent waiting on Ansible round trips and apt, not on the CPU.
+max_jobs="${SMEETON_MOLECULE_JOBS:-2}"
 mkdir -p artifacts/molecule
+total=${#scenarios[@]}
+run_one() {
+  local i=$1 s=$2 log="artifacts/molecule/${2}.log" t0=$SECONDS
+  if molecule test -s "$s" >"$log" 2>&1; then
+    info "[${i}/${total}] ${s}: passed in $((SECONDS - t0))s"
+  else
+    info "[${i}/${total}] ${s}: FAILED after $((SECONDS - t0))s; last lines of ${log}:"
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | tail -40 | sed 's/^/      /'
+    touch "artifacts/molecule/${s}.failed"
+  fi
+}
+rm -f artifacts/molecule/*.failed
+i=0
 for s in "${scenarios[@]}"; do
   i=$((i + 1))
   need="$(sed -n 's/^# smeeton: requires-env \([A-Z_][A-Z0-9_]*\).*/\1/p' "molecule/${s}/molecule.yml")"
   if [[ -n "$need" && -z "${!need:-}" ]]; then
-    info "[${i}/${#scenarios[@]}] ${s}: SKIPPED (needs a real host: set ${need}, see molecule/${s}/README.md)"
+    info "[${i}/${total}] ${s}: SKIPPED (needs a real host: set ${need}, see molecule/${s}/README.md)"
     continue
   fi
-  log="artifacts/molecule/${s}.log"
-  t0=$SECONDS
-  info "[${i}/${#scenarios[@]}] ${s}: running (log: ${log})"
-  if molecule test -s "$s" >"$log" 2>&1; then
-    info "[${i}/${#scenarios[@]}] ${s}: passed in $((SECONDS - t0))s"
-  else
-    info "[${i}/${#scenarios[@]}] ${s}: FAILED after $((SECONDS - t0))s; last lines of ${log}:"
-    sed 's/\x1b\[[0-9;]*m//g' "$log" | tail -40 | sed 's/^/      /'
-    failed+=("$s")
-  fi
+  while (($(jobs -rp | wc -l) >= max_jobs)); do wait -n || true; done
+  info "[${i}/${total}] ${s}: started (log: artifacts/molecule/${s}.log)"
+  run_one "$i" "$s" &
 done
+wait
+failed=()
+for f in artifacts/molecule/*.failed; do [[ -e "$f" ]] && failed+=("$(basename "$f" .failed)"); done
 ((${#failed[@]} == 0)) || die "molecule scenarios failed: ${failed[*]} (logs in artifacts/molecule/)"
 phase "Done (${what}): all passed in $((SECONDS - started))s"
