@@ -6,6 +6,7 @@
 #   scripts/lab.sh hosts     create what is missing, without converging
 #   scripts/lab.sh converge  run site.yml again on the existing lab
 #   scripts/lab.sh health    run playbooks/health.yml on the lab
+#   scripts/lab.sh screenshot  load the landing page in headless chromium
 #   scripts/lab.sh status    show the lab's containers and endpoints
 #   scripts/lab.sh down      remove the lab's containers and network (keeps lab-state/)
 #   scripts/lab.sh purge     down, and delete lab-state/ and the generated vault
@@ -130,6 +131,11 @@ converge() {
     || die "the API stand-in could not be installed (output above)"
 }
 
+screenshot() {
+  phase "Lab: the landing page in headless chromium"
+  "${VENV}/bin/python" "${REPO_ROOT}/scripts/lab-screenshot.py" || die "the landing page did not render as expected"
+}
+
 health() {
   phase "Lab: ansible-playbook playbooks/health.yml -i inventories/lab"
   play "${REPO_ROOT}/playbooks/health.yml" "$@" || die "the lab is not healthy (table above)"
@@ -144,6 +150,14 @@ status() {
     [[ -n "$ports" ]] && printf '    %-26s %-10s published: %s\n' "" "" "${ports//,/ }"
   done < <(lab_hosts)
   cat <<MSG
+
+    Web (landing page, BBB API through nginx + TLS from the lab's pebble CA):
+      curl --cacert lab-state/pebble/pebble-root.pem --resolve bbb1.lab.smeeton.test:8443:127.0.0.1 \\
+           https://bbb1.lab.smeeton.test:8443/
+      API:  .venv/bin/python scripts/bbb-health --inventory inventories/lab --vault-password-file lab-state/vault-pass
+      Page: artifacts/lab/landing.png (make lab-screenshot)
+    TURN: turn1.lab.smeeton.test on 127.0.0.1:3478 (udp, tcp) and 127.0.0.1:5349 (TLS)
+    Fleet health table: make lab-health
 
     Ansible:  .venv/bin/ansible-playbook -i inventories/lab --vault-password-file lab-state/vault-pass playbooks/site.yml
     Teardown: make lab-destroy   (keeps lab-state/; 'scripts/lab.sh purge' deletes it too)
@@ -163,12 +177,13 @@ down() {
 cmd="${1:-up}"
 shift || true
 case "$cmd" in
-  up) ensure_tools; ensure_secrets; up_hosts; converge "$@"; health; status ;;
+  up) ensure_tools; ensure_secrets; up_hosts; converge "$@"; health; screenshot; status ;;
+  screenshot) screenshot ;;
   health) health "$@" ;;
   hosts) ensure_tools; ensure_secrets; up_hosts ;;
   converge) converge "$@"; status ;;
   status) status ;;
   down) down ;;
   purge) down; rm -rf "$STATE" "${INVENTORY}/group_vars/all/vault.yml"; info "lab-state/ and the lab vault deleted" ;;
-  *) die "unknown command '${cmd}' (use: up, hosts, converge, health, status, down, purge)" ;;
+  *) die "unknown command '${cmd}' (use: up, hosts, converge, health, screenshot, status, down, purge)" ;;
 esac
