@@ -167,6 +167,13 @@ errors:
   description: Error kind per failed check (unreachable, timeout, tls, protocol, failed).
   type: dict
   returned: always
+message_keys:
+  description:
+    - BBB's C(messageKey) per check that got a C(FAILED) answer, for example
+      C({meetings: checksumError}) when the secret is wrong.
+  type: dict
+  returned: always
+  sample: {meetings: checksumError}
 problems:
   description: Plain-words problem descriptions; empty when healthy.
   type: list

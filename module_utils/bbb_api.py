@@ -566,6 +566,8 @@ def _problem(result, severity, check, text):
 
 def _error_problem(result, check, exc):
     result["errors"][check] = exc.kind
+    if exc.message_key:
+        result["message_keys"][check] = exc.message_key
     where = f"{check} ({exc.call})" if exc.call and exc.call != check else check
     _problem(result, exc.severity, check, f"{where}: {exc.text}")
     # A timed-out call's duration is the timeout itself: not a latency figure.
@@ -670,6 +672,7 @@ def health_check(
         "probe_skipped_reason": None,
         "latency_ms": {},
         "errors": {},
+        "message_keys": {},
         "problems": [],
         "problem_details": [],
     }

@@ -109,6 +109,13 @@ def test_wrong_secret_reports_checksum_problem(monkeypatch, standin):
     assert res["healthy"] is False
     assert res["status"] == "critical"
     assert any("checksum rejected" in p for p in res["problems"])
+    assert res["message_keys"] == {"meetings": "checksumError"}
+
+
+def test_right_secret_has_no_message_keys(monkeypatch, standin):
+    _, res = run_module(monkeypatch, base_args(standin, checks=["meetings"]))
+    assert res["healthy"] is True
+    assert res["message_keys"] == {}
 
 
 def test_algorithm_not_allowed(monkeypatch, standin):
