@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help bootstrap image lint unit molecule test lab lab-converge lab-health lab-screenshot lab-status lab-destroy bench
+.PHONY: help bootstrap image lint unit molecule test lab lab-converge lab-health lab-rotate lab-screenshot lab-status lab-destroy bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ lab-converge: ## Rerun site.yml on the existing lab
 
 lab-health: ## Run playbooks/health.yml on the lab (fleet table)
 	bash scripts/lab.sh health
+
+lab-rotate: ## Rotate the lab's BBB and TURN secrets (ARGS="-e ..." passes options)
+	bash scripts/lab.sh rotate $(ARGS)
 
 lab-screenshot: ## Load the lab's landing page in headless chromium (artifacts/lab/)
 	bash scripts/lab.sh screenshot

@@ -6,6 +6,7 @@
 #   scripts/lab.sh hosts     create what is missing, without converging
 #   scripts/lab.sh converge  run site.yml again on the existing lab
 #   scripts/lab.sh health    run playbooks/health.yml on the lab
+#   scripts/lab.sh rotate    run playbooks/rotate-secrets.yml on the lab (extra args: -e ..., --check)
 #   scripts/lab.sh screenshot  load the landing page in headless chromium
 #   scripts/lab.sh status    show the lab's containers and endpoints
 #   scripts/lab.sh down      remove the lab's containers and network (keeps lab-state/)
@@ -141,6 +142,11 @@ health() {
   play "${REPO_ROOT}/playbooks/health.yml" "$@" || die "the lab is not healthy (table above)"
 }
 
+rotate() {
+  phase "Lab: ansible-playbook playbooks/rotate-secrets.yml -i inventories/lab"
+  play "${REPO_ROOT}/playbooks/rotate-secrets.yml" "$@" || die "the rotation did not complete (report above)"
+}
+
 status() {
   phase "Lab: what was built"
   local name ctr sshport ports state
@@ -158,6 +164,7 @@ status() {
       Page: artifacts/lab/landing.png (make lab-screenshot)
     TURN: turn1.lab.smeeton.test on 127.0.0.1:3478 (udp, tcp) and 127.0.0.1:5349 (TLS)
     Fleet health table: make lab-health
+    Rotate the lab's secrets: make lab-rotate (then make lab-rotate ARGS="-e secret_rotation_action=finish")
 
     Ansible:  .venv/bin/ansible-playbook -i inventories/lab --vault-password-file lab-state/vault-pass playbooks/site.yml
     Teardown: make lab-destroy   (keeps lab-state/; 'scripts/lab.sh purge' deletes it too)
@@ -180,10 +187,11 @@ case "$cmd" in
   up) ensure_tools; ensure_secrets; up_hosts; converge "$@"; health; screenshot; status ;;
   screenshot) screenshot ;;
   health) health "$@" ;;
+  rotate) rotate "$@" ;;
   hosts) ensure_tools; ensure_secrets; up_hosts ;;
   converge) converge "$@"; status ;;
   status) status ;;
   down) down ;;
   purge) down; rm -rf "$STATE" "${INVENTORY}/group_vars/all/vault.yml"; info "lab-state/ and the lab vault deleted" ;;
-  *) die "unknown command '${cmd}' (use: up, hosts, converge, health, screenshot, status, down, purge)" ;;
+  *) die "unknown command '${cmd}' (use: up, hosts, converge, health, rotate, screenshot, status, down, purge)" ;;
 esac
